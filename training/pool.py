@@ -56,7 +56,7 @@ class Pool:
             "train": int(len(self.train)),
             "val": int(len(self.val)),
             "test": int(len(self.test)),
-            "test_per_class": TEST_PER_CLASS,
+            "test_per_class": int(len(self.test) // max(1, len(self.chars))),
             "duplicates_dropped": self.duplicates_dropped,
             "conflicting_labels_dropped": self.conflicts_dropped,
             "overlap": overlap_counts(self),
@@ -91,14 +91,16 @@ def _present_inputs(source: Source) -> list[tuple[str, str]]:
     return found
 
 
-def build_pool(source: Source, seed: int = 0, use_cache: bool = True, progress=print) -> Pool:
+def build_pool(source: Source, seed: int = 0, use_cache: bool = True, progress=print,
+               test_per_class: int = TEST_PER_CLASS) -> Pool:
     inputs = _present_inputs(source)
     hashes = {}
     for split, subset in inputs:
         for kind in ("images", "labels"):
             name = member_name(split, subset, kind)
             hashes[name] = source.sha256(name)
-    key = hashlib.sha256(json.dumps([PROTOCOL_VERSION, seed, sorted(hashes.items())]).encode()).hexdigest()[:20]
+    recipe = [PROTOCOL_VERSION, seed, test_per_class, VAL_FRACTION, sorted(hashes.items())]
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
     cached = cache_dir() / f"pool-{key}.npz"
     if use_cache and cached.is_file():
         try:
@@ -129,9 +131,9 @@ def build_pool(source: Source, seed: int = 0, use_cache: bool = True, progress=p
     duplicates = len(images) - len(uniq)
     images, labels, digests = images[keep], labels[keep], digests[keep]
 
-    train, val, test = split_indices(labels, len(balanced_chars), seed)
+    train, val, test = split_indices(labels, len(balanced_chars), seed, test_per_class)
     split_hash = hashlib.sha256(
-        json.dumps([PROTOCOL_VERSION, seed, sorted(hashes.items())]).encode()
+        json.dumps([PROTOCOL_VERSION, seed, sorted(hashes.items())]).encode()  # the indices below fix the rest
         + b"".join(np.sort(a).astype("<i8").tobytes() for a in (train, val, test))
         + digests.tobytes()
     ).hexdigest()
@@ -141,16 +143,16 @@ def build_pool(source: Source, seed: int = 0, use_cache: bool = True, progress=p
     return pool
 
 
-def split_indices(labels: np.ndarray, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class: shuffle with the seed, take TEST_PER_CLASS for test, VAL_FRACTION of the rest for validation."""
+def split_indices(labels: np.ndarray, n_classes: int, seed: int, test_per_class: int = TEST_PER_CLASS):
+    """Per class: shuffle with the seed, take test_per_class for test, VAL_FRACTION of the rest for validation."""
     rng = np.random.default_rng(seed)
     train, val, test = [], [], []
     for c in range(n_classes):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) <= TEST_PER_CLASS:
-            raise DataError(f"class {c} has {len(idx)} images, too few for {TEST_PER_CLASS} test images")
-        test.append(idx[:TEST_PER_CLASS])
-        rest = idx[TEST_PER_CLASS:]
+        if len(idx) <= test_per_class:
+            raise DataError(f"class {c} has {len(idx)} images, too few for {test_per_class} test images")
+        test.append(idx[:test_per_class])
+        rest = idx[test_per_class:]
         n_val = max(1, int(round(len(rest) * VAL_FRACTION)))
         val.append(rest[:n_val])
         train.append(rest[n_val:])
