@@ -50,7 +50,8 @@ def load_eval_data(card: dict, data: str | None, progress=print) -> EvalData:
     ds = card.get("dataset", {})
     protocol = ds.get("protocol", "pool")
     if protocol == "pool":
-        pool = build_pool(source, seed=card.get("config", {}).get("seed", 0), progress=progress)
+        pool = build_pool(source, seed=card.get("config", {}).get("seed", 0), progress=progress,
+                          test_per_class=ds.get("test_per_class", 400))
         if pool.split_hash != ds.get("split_hash", pool.split_hash):
             progress("warning: the pool split differs from the one the model was trained on")
         return EvalData(pool.subset("train"), pool.subset("val"), pool.summary())
@@ -147,6 +148,8 @@ def convert_file(keras_path: Path, out_dir: Path, modes=DEFAULT_MODES, data: str
     if out_dir.exists() and not out_dir.is_dir():
         raise ConvertError(f"output folder {out_dir} is a file")
     card = load_card(keras_path)
+    need_data = do_verify or "int8" in modes
+    ev = load_eval_data(card, data, progress) if need_data else None  # before TensorFlow: fail fast on no data
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -162,8 +165,6 @@ def convert_file(keras_path: Path, out_dir: Path, modes=DEFAULT_MODES, data: str
         raise ConvertError(f"{keras_path}: input shape {model.input_shape} is not (None, 28, 28, 1)")
     keras_sha = hashlib.sha256(keras_path.read_bytes()).hexdigest()
 
-    need_data = do_verify or "int8" in modes
-    ev = load_eval_data(card, data, progress) if need_data else None
     calib = calibration_set(*ev.calibration_pool, calibration) if "int8" in modes else None
     if ev is not None:
         vx, vy = ev.verify

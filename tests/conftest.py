@@ -35,3 +35,34 @@ def real_data():
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Derived-array caches go to a per-session temp folder, never the user's."""
     monkeypatch.setenv("EMNIST_EDGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory):
+    """A tiny NIST-layout folder plus its own checksum list; env for subprocesses that read it."""
+    from fixtures import make_files, write_dir, write_sums
+
+    root = tmp_path_factory.mktemp("emnist")
+    files = make_files(per_class=14)
+    data = write_dir(root / "gzip", files)
+    sums = write_sums(root / "SHA256SUMS", files)
+    return {"dir": data, "sums": sums, "env": {"EMNIST_DATA": str(data), "EMNIST_SHA256SUMS": str(sums)}}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, fixture_data):
+    """A tiny model trained one epoch on the fixture pool (TensorFlow), with its model card."""
+    pytest.importorskip("tensorflow")
+    from emnist_edge.training.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny")
+    mp = pytest.MonkeyPatch()
+    for k, v in fixture_data["env"].items():
+        mp.setenv(k, v)
+    mp.setenv("EMNIST_EDGE_CACHE", str(out / "cache"))
+    try:
+        card = train(TrainConfig(arch="tiny", epochs=1, batch_size=64, out=str(out), test_per_class=4,
+                                 patience=5), progress=lambda m: None)
+    finally:
+        mp.undo()
+    return {"dir": out, "keras": out / "tiny.keras", "card": card}

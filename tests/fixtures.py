@@ -83,3 +83,8 @@ def write_zip(path: Path, files: dict[str, bytes]) -> Path:
 
 def checksums(files: dict[str, bytes]) -> dict[str, str]:
     return {n: hashlib.sha256(b).hexdigest() for n, b in files.items() if n.endswith(".gz")}
+
+
+def write_sums(path: Path, files: dict[str, bytes]) -> Path:
+    path.write_text("".join(f"{d}  {n}\n" for n, d in checksums(files).items()))
+    return path

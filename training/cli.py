@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", help="NIST gzip.zip or folder of its .gz files (default: $EMNIST_DATA, emnist cache)")
     g.add_argument("--protocol", default=d.protocol, help=f"pool or an official split: {', '.join(SPLITS)}")
     g.add_argument("--limit", type=int, default=0, help="train on the first N training images only (smoke runs)")
+    g.add_argument("--test-per-class", type=int, default=d.test_per_class, help="pool protocol test images per class")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--arch", default=d.arch, help=f"architecture: {', '.join(ARCH_NAMES)}")
     g.add_argument("--epochs", type=int, default=d.epochs)
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
             lr=args.lr, seed=args.seed, out=args.out or f"runs/{args.arch}", class_weights=not args.no_class_weights,
             augment=not args.no_augment, label_smoothing=args.label_smoothing, patience=args.patience,
             strategy=args.strategy, cpu_replicas=args.cpu_replicas, limit=args.limit, resume=args.resume,
+            test_per_class=args.test_per_class,
         )
         log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         card = train(cfg, progress=log)

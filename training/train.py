@@ -45,6 +45,7 @@ class TrainConfig:
     strategy: str = "default"  # default, mirrored, multiworker
     cpu_replicas: int = 0  # split the CPU into N logical devices (to exercise MirroredStrategy without GPUs)
     limit: int = 0  # use only the first N training images (smoke runs)
+    test_per_class: int = 400  # pool protocol test images per class (tests use tiny fixtures)
     resume: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -64,7 +65,7 @@ class Dataset:
 def load_dataset(cfg: TrainConfig, progress=print) -> Dataset:
     source = find_source(cfg.data)
     if cfg.protocol == "pool":
-        pool: Pool = build_pool(source, seed=cfg.seed, progress=progress)
+        pool: Pool = build_pool(source, seed=cfg.seed, progress=progress, test_per_class=cfg.test_per_class)
         (xtr, ytr), (xv, yv), (xte, yte) = (pool.subset(s) for s in ("train", "val", "test"))
         desc = pool.summary()
     else:
@@ -223,7 +224,8 @@ def train(cfg: TrainConfig, progress=print) -> dict:
     if cfg.resume and not state_path.is_file():
         raise DataError(f"--resume: no checkpoint in {ckpt_dir}")
 
-    # Import TensorFlow only after the cheap checks above, so bad arguments fail fast.
+    # Data first (numpy only), TensorFlow after: missing data or bad arguments fail fast and quietly.
+    ds = load_dataset(cfg, progress)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -234,7 +236,6 @@ def train(cfg: TrainConfig, progress=print) -> dict:
         raise DataError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHITECTURES)}")
     keras.utils.set_random_seed(cfg.seed)
     strategy = make_strategy(tf, cfg)
-    ds = load_dataset(cfg, progress)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     train_ds, val_ds, weights = make_datasets(tf, ds, cfg, global_batch)
     steps = math.ceil(len(ds.y_train) / global_batch)
