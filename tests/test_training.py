@@ -62,7 +62,7 @@ def test_resume_continues_from_the_last_checkpoint(fixture_data, tmp_path):
     r = run_train(common + ["--epochs", "2", "--resume"], env)
     assert r.returncode == 0, r.stderr
     assert "resuming after epoch 1" in r.stdout
-    state = json.loads((tmp_path / "run/checkpoints/state.json").read_text())
+    state = json.loads((tmp_path / "run/checkpoints/tiny/state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
 
 
@@ -93,7 +93,7 @@ def test_bad_input_is_one_clear_line(args, message, fixture_data, tmp_path):
 
 def test_unreadable_checkpoint_keeps_the_previous_model(fixture_data, tmp_path):
     out = tmp_path / "run"
-    ck = out / "checkpoints"
+    ck = out / "checkpoints" / "tiny"
     ck.mkdir(parents=True)
     (ck / "state.json").write_text(json.dumps({"epoch": 1, "history": {}}))
     (ck / "last.keras").write_bytes(b"garbage")

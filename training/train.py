@@ -219,7 +219,7 @@ def train(cfg: TrainConfig, progress=print) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise DataError(f"output folder {out} is a file")
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / "checkpoints" / cfg.arch  # one folder per architecture: runs may share --out
     state_path = ckpt_dir / "state.json"
     if cfg.resume and not state_path.is_file():
         raise DataError(f"--resume: no checkpoint in {ckpt_dir}")
