@@ -87,6 +87,13 @@ def evaluate_arch(models_dir: Path, arch: str, x, y, chars, runtime=None, progre
                 {"true": chars[i], "predicted": chars[j], "change": int(diff[i, j])}
                 for i, j in zip(*np.unravel_index(order, diff.shape)) if diff[i, j] != 0]
         rows.append(row)
+    card_path = models_dir / f"{arch}.card.json"
+    if card_path.is_file():  # the card's figure next to the re-measured one: they must agree
+        card = json.loads(card_path.read_text())
+        for row in rows:
+            if row["format"] == "keras":
+                row["card_test_accuracy"] = card.get("test_accuracy")
+                row["params"], row["macs_per_image"] = card.get("params"), card.get("macs_per_image")
     return {"rows": rows, "confusion_int8": confusion(probs["int8"][0].argmax(1), y, n).tolist()
             if "int8" in probs else None, "keras_available": kp is not None}
 
@@ -115,6 +122,11 @@ def markdown(report: dict) -> str:
                 f"{100 * r['top5']:.2f}% | {('%+.2f' % r['delta_top1_pp']) if 'delta_top1_pp' in r else na} | "
                 f"{('%.2f%%' % (100 * r['agreement'])) if 'agreement' in r else na} | "
                 f"{('%s %+.2f pp' % worst) if worst else na} |")
+        keras_row = next((r for r in rows if r["format"] == "keras"), None)
+        if keras_row and keras_row.get("card_test_accuracy") is not None:
+            lines += ["", f"Keras re-measured here: {100 * keras_row['top1']:.2f}%; its model card says "
+                      f"{100 * keras_row['card_test_accuracy']:.2f}% ({keras_row['params']:,} parameters, "
+                      f"{keras_row['macs_per_image'] / 1e6:.2f} MMACs per image)."]
         int8 = next((r for r in rows if r["format"] == "int8"), None)
         if int8 and int8.get("confusions_changed"):
             lines += ["", "Confusions that int8 changed most (true -> predicted: change in count vs Keras): "
