@@ -392,17 +392,18 @@ def test_draw_pad_under_xvfb(tmp_path):
                              capture_output=True, text=True, timeout=10).stdout.split()[0]
         xdo("windowmove", "--sync", win, "0", "0")
         time.sleep(0.3)
-        # an L: down the left, then along the bottom
-        xdo("mousemove", "--sync", "100", "50", "mousedown", "1")
+        # an L: down the left, then along the bottom (no --sync: Xvfb without a window manager can hang it)
+        xdo("mousemove", "100", "50", "sleep", "0.1", "mousedown", "1")
         for y in range(50, 230, 10):
-            xdo("mousemove", "--sync", "100", str(y))
+            xdo("mousemove", "100", str(y), "sleep", "0.02")
         for x in range(100, 200, 10):
-            xdo("mousemove", "--sync", str(x), "230")
+            xdo("mousemove", str(x), "230", "sleep", "0.02")
         xdo("mouseup", "1")
         time.sleep(0.8)
-        xdo("key", "--window", win, "s")
+        xdo("windowfocus", win)  # keys go through XTEST to the focused window (no window manager here)
+        xdo("key", "s")
         time.sleep(0.5)
-        xdo("key", "--window", win, "Escape")
+        xdo("key", "Escape")
         out, err = pad.communicate(timeout=20)
     finally:
         if pad and pad.poll() is None:
