@@ -55,14 +55,10 @@ def tiny_model(tmp_path_factory, fixture_data):
     pytest.importorskip("tensorflow")
     from emnist_edge.training.train import TrainConfig, train
 
+    from fixtures import environment
+
     out = tmp_path_factory.mktemp("tiny")
-    mp = pytest.MonkeyPatch()
-    for k, v in fixture_data["env"].items():
-        mp.setenv(k, v)
-    mp.setenv("EMNIST_EDGE_CACHE", str(out / "cache"))
-    try:
+    with environment(dict(fixture_data["env"], EMNIST_EDGE_CACHE=str(out / "cache"))):
         card = train(TrainConfig(arch="tiny", epochs=1, batch_size=64, out=str(out), test_per_class=4,
                                  patience=5), progress=lambda m: None)
-    finally:
-        mp.undo()
     return {"dir": out, "keras": out / "tiny.keras", "card": card}

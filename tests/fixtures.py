@@ -1,8 +1,10 @@
 """Tiny NIST-format EMNIST files made on the fly: IDX, gzip, transposed images, CRLF mapping files."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import os
 import string
 import zipfile
 from pathlib import Path
@@ -88,3 +90,18 @@ def checksums(files: dict[str, bytes]) -> dict[str, str]:
 def write_sums(path: Path, files: dict[str, bytes]) -> Path:
     path.write_text("".join(f"{d}  {n}\n" for n, d in checksums(files).items()))
     return path
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """Set environment variables for a block (session-scoped fixtures cannot use monkeypatch)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -11,20 +11,15 @@ pytest.importorskip("tensorflow")
 
 from emnist_edge.convert.convert import MODES, calibration_set, convert_file  # noqa: E402
 from emnist_edge.edge.runtime import EdgeModel, read_metadata  # noqa: E402
+from fixtures import environment  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def converted(tiny_model, fixture_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("tflite")
-    mp = pytest.MonkeyPatch()
-    for k, v in fixture_data["env"].items():
-        mp.setenv(k, v)
-    mp.setenv("EMNIST_EDGE_CACHE", str(out / "cache"))
-    try:
+    with environment(dict(fixture_data["env"], EMNIST_EDGE_CACHE=str(out / "cache"))):
         results = convert_file(tiny_model["keras"], out, MODES, calibration=50, verify_n=200, min_agreement=0.0,
                                progress=lambda m: None)
-    finally:
-        mp.undo()
     return {r["mode"]: r for r in results}
 
 
