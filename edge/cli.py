@@ -219,32 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help=f"a .tflite from emnist-convert (default: the shipped {DEFAULT_MODEL})")
     g.add_argument("--runtime", choices=RUNTIMES, help="force one (default: ai-edge-litert, then tflite-runtime)")
     g.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's choice)")
-    g.add_argument("--top-k", type=int, default=3, help="alternatives to show")
-    g.add_argument("--json", action="store_true", help="JSON output (predict: one object per image, JSON Lines)")
+    g.add_argument("--top-k", type=int, default=3, help="how many candidates to show (default: 3)")
+    g.add_argument("--json", action="store_true", help="JSON output (predict: JSON Lines, one object per image)")
 
     p = argparse.ArgumentParser(prog="emnist-edge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = argparse.HelpFormatter  # defaults are spelled out in each help text
     sp = sub.add_parser("predict", parents=[common], formatter_class=fmt, help="one character per image")
     sp.add_argument("images", nargs="+", help="image files, folders of images, or - for standard input")
     sp.set_defaults(func=cmd_predict)
     sr = sub.add_parser("read", parents=[common], formatter_class=fmt, help="a handwritten word or line to text")
     sr.add_argument("image")
-    sr.add_argument("--space", type=float, default=0.6, help="a gap wider than this x line height is a space")
+    sr.add_argument("--space", type=float, default=0.6, help="a gap wider than this x line height is a space (default: 0.6)")
     sr.set_defaults(func=cmd_read)
     se = sub.add_parser("eval", parents=[common], formatter_class=fmt,
                         help="accuracy on a labelled manifest (path,label) or on EMNIST")
     se.add_argument("--manifest", help="CSV with path,label columns (paths relative to the CSV)")
     se.add_argument("--data", help="EMNIST gzip.zip or folder (default: $EMNIST_DATA, emnist cache)")
-    se.add_argument("--split", default="pool", help="pool (47-class pool test set) or an official split's test set")
-    se.add_argument("--limit", type=int, default=0, help="evaluate a seeded random subset of N images")
+    se.add_argument("--split", default="pool", help="pool (the 47-class pool test set, default) or an official split's test set")
+    se.add_argument("--limit", type=int, default=0, help="evaluate a seeded random subset of N images (default: all)")
     se.set_defaults(func=cmd_eval)
     si = sub.add_parser("info", parents=[common], formatter_class=fmt, help="classes, input spec, quantization")
     si.add_argument("model_path", nargs="?", help="same as --model")
     si.set_defaults(func=cmd_info)
     sd = sub.add_parser("draw", parents=[common], formatter_class=fmt, help="drawing pad with live top-3 (Tk)")
-    sd.add_argument("--save-dir", default=".", help="where the Save button writes drawings")
+    sd.add_argument("--save-dir", default=".", help="where Save writes drawings (default: current folder)")
     sd.set_defaults(func=cmd_draw)
     return p
 
