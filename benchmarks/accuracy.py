@@ -77,6 +77,11 @@ def evaluate_arch(models_dir: Path, arch: str, x, y, chars, runtime=None, progre
                "per_class": {chars[c]: float(pc[c]) for c in range(n)}}
         if kp is not None and fmt != "keras":
             row["agreement"] = float(np.mean(pred == ref_pred))
+            top2 = np.sort(p, 1)[:, -2:]
+            disagree = pred != ref_pred
+            # quantized softmax outputs can tie exactly; argmax then takes the first class, not Keras' choice
+            row["disagreements_with_tied_top2"] = float(np.mean(top2[disagree, 0] == top2[disagree, 1])) \
+                if disagree.any() else 0.0
             row["delta_top1_pp"] = 100 * (row["top1"] - float(np.mean(ref_pred == y)))
             delta = pc - ref_pc
             row["per_class_delta_pp"] = {chars[c]: float(100 * delta[c]) for c in range(n)}
@@ -128,6 +133,9 @@ def markdown(report: dict) -> str:
                       f"{100 * keras_row['card_test_accuracy']:.2f}% ({keras_row['params']:,} parameters, "
                       f"{keras_row['macs_per_image'] / 1e6:.2f} MMACs per image)."]
         int8 = next((r for r in rows if r["format"] == "int8"), None)
+        if int8 and "disagreements_with_tied_top2" in int8:
+            lines += ["", f"int8 disagreements with Keras where the int8 top two outputs are exactly tied: "
+                      f"{100 * int8['disagreements_with_tied_top2']:.0f}%."]
         if int8 and int8.get("confusions_changed"):
             lines += ["", "Confusions that int8 changed most (true -> predicted: change in count vs Keras): "
                       + ", ".join(f"{c['true']}->{c['predicted']} {c['change']:+d}" for c in int8["confusions_changed"])]
