@@ -1,5 +1,5 @@
 """Make the bundled example images from EMNIST pool *test* characters, rendered the way users' images look:
-dark ink on white paper, larger, off-centre, with a margin; plus a short word and a line.
+dark ink on white paper, larger, off-centre, with a margin; plus a short word and a line (in words/).
 
     python examples/make_examples.py --data ../shared/data/emnist/gzip
 
@@ -40,6 +40,7 @@ def main():
         canvas = Image.new("L", (320, 300), int(np.asarray(glyph)[0, 0]))
         canvas.paste(glyph, (int(rng.integers(20, 90)), int(rng.integers(10, 60))))
         canvas.save(HERE / f"{name}.png")
+    (HERE / "words").mkdir(exist_ok=True)
     for name, text in [("word-EDGE", "EDGE"), ("line-tab-42", "tab 42")]:
         canvas = Image.new("L", (140 * len(text) + 60, 160), 235)
         xpos = 30
@@ -53,8 +54,8 @@ def main():
                                              np.asarray(tile)))
             canvas.paste(ink, (xpos, 20))
             xpos += tile.width + 14
-        canvas.crop((0, 0, xpos + 30, 160)).save(HERE / f"{name}.png")
-    print("wrote", ", ".join(sorted(p.name for p in HERE.glob("*.png"))))
+        canvas.crop((0, 0, xpos + 30, 160)).save(HERE / "words" / f"{name}.png")
+    print("wrote", ", ".join(sorted(str(p.relative_to(HERE)) for p in HERE.rglob("*.png"))))
 
 
 if __name__ == "__main__":

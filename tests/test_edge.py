@@ -290,7 +290,7 @@ def test_bad_model_is_one_line(tmp_path, model_bytes, code, message):
 
 
 def test_read_a_word():
-    r = edge("read", "--json", str(EXAMPLES / "line-tab-42.png"))
+    r = edge("read", "--json", str(EXAMPLES / "words/line-tab-42.png"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out["text"]) == 6 and out["text"][3] == " "  # five characters and the space
@@ -352,7 +352,7 @@ def test_edge_only_venv(runtime, tmp_path):
     assert no_tf.returncode != 0, "this venv must not have TensorFlow"
     for args in (["info", "--json", "--runtime", runtime],
                  ["predict", "--json", "--runtime", runtime, str(EXAMPLES / "digit-7.png")],
-                 ["read", "--runtime", runtime, str(EXAMPLES / "word-EDGE.png")]):
+                 ["read", "--runtime", runtime, str(EXAMPLES / "words/word-EDGE.png")]):
         r = subprocess.run([str(Path(venv) / "bin/emnist-edge"), *args], capture_output=True, text=True,
                            cwd=tmp_path, timeout=120)
         assert r.returncode == 0, (args, r.stderr)
