@@ -54,9 +54,13 @@ def worker(specs: list[dict], threads: int, min_runs: int, min_seconds: float) -
             stats = summarize(time_calls(fn, warmup=3, min_runs=min(runs, 30), min_seconds=min_seconds), batch)
             version = f"tensorflow {tf.__version__}"
         else:
-            from ..edge.runtime import EdgeModel
+            from ..edge.runtime import EdgeError, EdgeModel
 
-            em = EdgeModel(spec["model"], runtime=spec["runtime"], threads=threads)
+            try:
+                em = EdgeModel(spec["model"], runtime=spec["runtime"], threads=threads)
+            except EdgeError as e:  # e.g. tflite-runtime 2.14 lacks newer op versions: report it, go on
+                results.append({**spec, "threads": threads, "error": str(e).split(": ", 1)[-1]})
+                continue
             q = em.quantize_input(x)
             em.invoke(q)  # resize + first run outside the timing
             stats = summarize(time_calls(lambda: em.invoke(q), warmup=10, min_runs=runs, min_seconds=min_seconds), batch)
