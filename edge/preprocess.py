@@ -71,6 +71,8 @@ def open_image(src) -> Image.Image:
             raise ImageError(f"{name}: no such file") from None
         except IsADirectoryError:
             raise ImageError(f"{name}: is a directory") from None
+        except PermissionError:
+            raise ImageError(f"{name}: permission denied") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
         except UnidentifiedImageError:
