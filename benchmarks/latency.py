@@ -235,6 +235,7 @@ def markdown(report: dict, accuracy: dict | None = None) -> str:
                 f"{r['p99_ms']:.3f} | {r['images_per_s']:,.0f} | {num('speedup_vs_keras_predict', ',.0f')} | "
                 f"{num('speedup_vs_keras_call', ',.1f')} | {num('fraction_of_peak', '.1f', 100)} |")
         lines.append("")
+    lines += targets(report)
     lines.append("**Cold start** (process start to printed answer; median; peak RSS of the process)")
     lines.append("")
     lines.append("| command | seconds | peak RSS MiB |")
@@ -242,6 +243,31 @@ def markdown(report: dict, accuracy: dict | None = None) -> str:
     for name, c in report["cold_start"].items():
         lines.append(f"| {name} | {c.get('median_s', float('nan')):.2f} | {c.get('peak_rss_mib', float('nan')):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def targets(report: dict) -> list[str]:
+    """The benchmark's targets, each as measured in this run: one thread, per model file and runtime."""
+    ok = [r for r in report["results"] if "error" not in r and r["threads"] == 1 and r["path_kind"] == "tflite"]
+    small, big = min(report["settings"]["batches"]), max(report["settings"]["batches"])
+    lines = [f"**Targets, one thread** (single-image p50 against per-image time at batch {big}: at most 2x; "
+             f"batch-{big} throughput as a share of the measured float32 matmul peak: at least 30%)", "",
+             f"| model | format | runtime | batch-1 p50 / batch-{big} per image | % of peak at batch {big} |",
+             "|---|---|---|---:|---:|"]
+    for r in ok:
+        if r["batch"] != big:
+            continue
+        one = next((k for k in ok if k["batch"] == small and k["model"] == r["model"] and k["runtime"] == r["runtime"]),
+                   None)
+        overhead = f"{one['p50_ms'] / r['ms_per_image']:.2f}x" if one else "n/a"
+        peak = f"{100 * r['fraction_of_peak']:.1f}%" if "fraction_of_peak" in r else "n/a"
+        lines.append(f"| {r['arch']} | {r['format']} | {r['runtime']} | {overhead} | {peak} |")
+    cold = report["cold_start"]
+    edge = next((v for k, v in cold.items() if k.startswith("emnist-edge")), {})
+    tf = next((v for k, v in cold.items() if "import tensorflow" in k), {})
+    if "median_s" in edge and "median_s" in tf:
+        lines += ["", f"Cold start of `emnist-edge predict` is {edge['median_s'] / tf['median_s']:.3f} of "
+                  f"`python -c 'import tensorflow'` (target: at most 0.1)."]
+    return lines + [""]
 
 
 def plot(report: dict, path: Path) -> None:

@@ -20,5 +20,5 @@ if "$PY" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then  # tflite-
   "$V/edge-tflite/bin/pip" install -q '.[edge-tflite]'
   export EMNIST_EDGE_VENV_TFLITE="$PWD/$V/edge-tflite"
 fi
-rm -rf build  # setuptools' leftovers from the non-editable installs
+rm -rf build/lib build/bdist.*  # setuptools' leftovers from the non-editable installs
 exec "$V/dev/bin/python" -m pytest "$@"
