@@ -234,25 +234,33 @@ def stroke_width(mask: np.ndarray) -> float:
     return float(2 * area / max(perim, 1))
 
 
-def render_emnist(mask: np.ndarray, steps: Steps) -> np.ndarray:
-    """A binary glyph (cropped to its ink) -> 28x28 uint8 as EMNIST made its images."""
+def fit_frame(mask: np.ndarray, side: int) -> np.ndarray:
+    """A cropped binary glyph scaled (aspect kept) so its long side is `side`, centred in the 128 frame."""
     h, w = mask.shape
-    scale = GLYPH_SIDE / max(h, w)
+    scale = side / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     glyph = Image.fromarray(mask.astype(np.uint8) * 255).resize((nw, nh), Image.Resampling.BILINEAR)
     frame = Image.new("L", (FRAME, FRAME), 0)
     frame.paste(glyph, ((FRAME - nw) // 2, (FRAME - nh) // 2))
-    binary = np.asarray(frame) >= 128
+    return np.asarray(frame) >= 128
+
+
+def render_emnist(mask: np.ndarray, steps: Steps) -> np.ndarray:
+    """A binary glyph (cropped to its ink) -> 28x28 uint8 as EMNIST made its images."""
+    binary = fit_frame(mask, GLYPH_SIDE)
     if steps.normalise_stroke and binary.any():
         sw = stroke_width(binary)
-        img = Image.fromarray(binary.astype(np.uint8) * 255)
+        grow = 0  # pixels the filter adds to (or, negative, takes from) the glyph's extent
         if sw < 0.7 * STROKE_128:  # thin pen or a large canvas: thicken towards NIST's pens
-            size = int(min(2 * round((STROKE_128 - sw) / 2) + 1, 15))
-            img = img.filter(ImageFilter.MaxFilter(max(3, size)))
+            size = int(max(3, min(2 * round((STROKE_128 - sw) / 2) + 1, 15)))
+            grow, rank = size - 1, ImageFilter.MaxFilter(size)
         elif sw > 1.6 * STROKE_128:  # marker: thin it, never below the target
-            size = int(min(2 * round((sw - STROKE_128) / 4) + 1, 9))
-            img = img.filter(ImageFilter.MinFilter(max(3, size)))
-        binary = np.asarray(img) >= 128
+            size = int(max(3, min(2 * round((sw - STROKE_128) / 4) + 1, 9)))
+            grow, rank = -(size - 1), ImageFilter.MinFilter(size)
+        if grow:
+            # fit smaller (or larger) first, so the glyph still fills EMNIST's 24 of 28 pixels after the filter
+            binary = fit_frame(mask, GLYPH_SIDE - grow)
+            binary = np.asarray(Image.fromarray(binary.astype(np.uint8) * 255).filter(rank)) >= 128
     frame = Image.fromarray(binary.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1))
     small = np.asarray(frame.resize((28, 28), Image.Resampling.BICUBIC), np.float32)
     top = small.max()

@@ -104,3 +104,18 @@ def test_unreadable_checkpoint_keeps_the_previous_model(fixture_data, tmp_path):
     assert r.returncode == 2 and "unreadable checkpoint" in r.stderr
     assert "Traceback" not in r.stderr
     assert good.read_bytes() == b"previous good model"
+
+
+def test_init_fine_tunes_from_a_trained_model(tiny_model, fixture_data, tmp_path):
+    env = dict(fixture_data["env"], EMNIST_EDGE_CACHE=str(tmp_path / "cache"))
+    r = run_train(["--arch", "tiny", "--epochs", "1", "--test-per-class", "4", "--init", str(tiny_model["keras"]),
+                   "--lr", "0", "--no-augment", "--out", str(tmp_path / "ft"), "--json"], env)
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout.strip().splitlines()[-1])
+    assert card["config"]["init"] == str(tiny_model["keras"])
+    # with a zero learning rate the weights stay those of the model it started from
+    import keras
+
+    a = keras.models.load_model(tiny_model["keras"], compile=False).get_weights()
+    b = keras.models.load_model(tmp_path / "ft/tiny.keras", compile=False).get_weights()
+    assert all(np.allclose(x, y) for x, y in zip(a, b))

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder (default: runs/ARCH)")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g.add_argument("--init", help="start from this .keras model's weights (fine-tuning; same architecture)")
     g.add_argument("--strategy", default=d.strategy, choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute: mirrored = all local GPUs; multiworker = machines listed in TF_CONFIG")
     g.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N logical devices (testing)")
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             lr=args.lr, seed=args.seed, out=args.out or f"runs/{args.arch}", class_weights=not args.no_class_weights,
             augment=not args.no_augment, label_smoothing=args.label_smoothing, patience=args.patience,
             strategy=args.strategy, cpu_replicas=args.cpu_replicas, limit=args.limit, resume=args.resume,
-            test_per_class=args.test_per_class,
+            test_per_class=args.test_per_class, init=args.init,
         )
         log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         card = train(cfg, progress=log)

@@ -47,6 +47,7 @@ class TrainConfig:
     limit: int = 0  # use only the first N training images (smoke runs)
     test_per_class: int = 400  # pool protocol test images per class (tests use tiny fixtures)
     resume: bool = False
+    init: str | None = None  # start from this .keras model's weights (fine-tuning), with a fresh optimizer
     extra: dict = field(default_factory=dict)
 
 
@@ -254,6 +255,11 @@ def train(cfg: TrainConfig, progress=print) -> dict:
             progress(f"resuming after epoch {initial_epoch}")
         else:
             model = ARCHITECTURES[cfg.arch](len(ds.chars))
+            if cfg.init:
+                try:
+                    model.set_weights(keras.models.load_model(cfg.init, compile=False).get_weights())
+                except Exception as e:
+                    raise DataError(f"--init: cannot take weights from {cfg.init} ({type(e).__name__})") from None
             # Cosine decay over all steps; the optimizer's iteration counter is saved with the checkpoint,
             # so a resumed run continues on the same schedule.
             schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
