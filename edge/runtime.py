@@ -6,10 +6,12 @@ Never imports TensorFlow (tests/test_edge.py proves it in venvs without it).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,24 @@ def load_interpreter_class(runtime: str | None = None):
         raise EdgeError(f"runtime {runtime} is not installed: pip install 'emnist-edge[{extra}]'")
     raise EdgeError("no TFLite runtime installed: pip install 'emnist-edge[edge]' (ai-edge-litert) "
                     "or 'emnist-edge[edge-tflite]' (tflite-runtime, numpy<2)")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence native code writing to file descriptor 2 for a block (Python exceptions still carry the errors)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # --- reading the model's own metadata -------------------------------------------------------------------------
@@ -148,8 +168,9 @@ class EdgeModel:
         Interpreter, self.runtime, self.runtime_version = load_interpreter_class(runtime)
         self.threads = threads
         try:
-            self.interpreter = Interpreter(model_content=blob, num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with quiet_native_stderr():  # the runtime's C++ INFO line ("Created ... XNNPACK delegate") is noise here
+                self.interpreter = Interpreter(model_content=blob, num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: the runtime cannot load it ({str(e).splitlines()[0]})") from None
         self.input = self.interpreter.get_input_details()[0]
