@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
@@ -16,16 +15,14 @@ from pathlib import Path
 
 from ..edge.runtime import RUNTIMES, EdgeError
 from ..training.data import DataError
+from ..training.files import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def update_readme(readme: Path, section: str, body: str) -> None:

@@ -12,14 +12,14 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..edge.runtime import METADATA_NAME, EdgeModel
-from ..training.data import DataError, find_source, load_split
+from ..training.data import find_source, load_split
+from ..training.files import replacing
 from ..training.pool import build_pool
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -118,13 +118,6 @@ def add_metadata(tflite: bytes, entries: dict[str, bytes]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def write_atomic(path: Path, blob: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
-
-
 def verify(tflite_path: Path, keras_model, images: np.ndarray, labels: np.ndarray, runtime: str | None = None) -> dict:
     """Run the .tflite as the edge does and compare with Keras on the same images."""
     edge = EdgeModel(tflite_path, runtime=runtime)
@@ -186,9 +179,8 @@ def convert_file(keras_path: Path, out_dir: Path, modes=DEFAULT_MODES, data: str
         blob = add_metadata(convert(model, mode, calib), {METADATA_NAME: json.dumps(meta).encode()})
         path = out_dir / f"{name}.{mode}.tflite"
         # Write under a temp name, verify that file, and only then rename: a failed check never replaces a good model.
-        tmp = out_dir / f".{name}.{mode}.tflite.tmp"
-        write_atomic(tmp, blob)
-        try:
+        with replacing(path) as tmp:
+            tmp.write_bytes(blob)
             result = {"mode": mode, "path": str(path), "size_bytes": len(blob),
                       "sha256": hashlib.sha256(blob).hexdigest()}
             if do_verify:
@@ -200,9 +192,5 @@ def convert_file(keras_path: Path, out_dir: Path, modes=DEFAULT_MODES, data: str
                 if v["agreement"] < min_agreement:
                     raise ConvertError(f"{mode}: agreement with Keras {v['agreement']:.4f} is below "
                                        f"--min-agreement {min_agreement}; {path} was not written")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         results.append(result)
     return results

@@ -23,6 +23,7 @@ WORK_SIDE = 1024  # images are reduced so their long side is at most this before
 FRAME = 128  # NIST's scan size: glyphs are rendered here, then reduced to 28x28 as EMNIST was
 GLYPH_SIDE = 110  # long side of the glyph in the 128 frame: gives EMNIST's 24-of-28 fill after the blur
 STROKE_128 = 10.0  # target stroke width in the 128 frame (EMNIST's 2.3 px at 28x28)
+BLUR_128 = 1.0  # Gaussian blur (sigma, px) in the 128 frame before the reduction to 28x28
 
 
 class ImageError(EdgeError):
@@ -261,7 +262,7 @@ def render_emnist(mask: np.ndarray, steps: Steps) -> np.ndarray:
             # fit smaller (or larger) first, so the glyph still fills EMNIST's 24 of 28 pixels after the filter
             binary = fit_frame(mask, GLYPH_SIDE - grow)
             binary = np.asarray(Image.fromarray(binary.astype(np.uint8) * 255).filter(rank)) >= 128
-    frame = Image.fromarray(binary.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1))
+    frame = Image.fromarray(binary.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(BLUR_128))
     small = np.asarray(frame.resize((28, 28), Image.Resampling.BICUBIC), np.float32)
     top = small.max()
     return (small * (255.0 / top)).clip(0, 255).astype(np.uint8) if top > 0 else small.astype(np.uint8)

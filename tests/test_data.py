@@ -1,5 +1,4 @@
 """Data layer: IDX parsing, zip == directory, orientation, letters offset, integrity, pool protocol."""
-import gzip
 import subprocess
 import sys
 

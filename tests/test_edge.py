@@ -63,7 +63,6 @@ def test_position_and_margin_do_not_matter():
 def test_stroke_width_is_normalised():
     thin = pp.prepare(pen_image(width=2)).pixels
     thick = pp.prepare(pen_image(width=30)).pixels
-    emnist_like = pp.prepare(pen_image(width=12)).pixels
     for p in (thin, thick):
         sw = pp.stroke_width(p >= 128)
         assert 1.4 <= sw <= 3.6, sw  # EMNIST's 10-90% range is 1.6-3.2 px

@@ -5,11 +5,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from .data import SPLITS, DataError, find_source, load_split
+from .files import replacing
 from .pool import build_pool
 
 
@@ -73,10 +73,8 @@ def cmd_grid(args) -> int:
         grid.paste(Image.fromarray(images[i]), (x + 6, y))
         draw.text((x + 16, y + 28), chars[labels[i]], fill=255)
     grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST) if scale else grid
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".png")
-    os.close(fd)
-    grid.save(tmp, format="PNG")
-    os.replace(tmp, args.out)
+    with replacing(os.path.abspath(args.out)) as tmp:
+        grid.save(tmp, format="PNG")
     print(f"wrote {args.out}: {len(pick)} {args.split}/{args.subset} samples, upright, label under each")
     return 0
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .data import DataError, Source, load_split, member_name
+from .files import replacing
 
 POOL_SPLITS = ("byclass", "bymerge", "balanced")
 TEST_PER_CLASS = 400
@@ -175,11 +175,9 @@ def _save_cached(path: Path, pool: Pool) -> None:
         {"chars": pool.chars, "split_hash": pool.split_hash, "inputs": pool.inputs,
          "duplicates": pool.duplicates_dropped, "conflicts": pool.conflicts_dropped}
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=pool.images, labels=pool.labels, train=pool.train, val=pool.val, test=pool.test,
                  meta=np.frombuffer(meta.encode(), np.uint8))
-    os.replace(tmp, path)
 
 
 def _load_cached(path: Path, hashes: dict) -> Pool:

@@ -9,13 +9,13 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .data import DataError, find_source, load_split
+from .files import replacing, write_atomic
 from .pool import Pool, build_pool
 
 INPUT_SPEC = {
@@ -176,20 +176,6 @@ def git_commit() -> str | None:
         return None
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def plot_curves(history: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -209,11 +195,9 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, progress=print) -> dict:
@@ -280,19 +264,19 @@ def train(cfg: TrainConfig, progress=print) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             for k, v in (logs or {}).items():
                 history.setdefault(k, []).append(float(v))
-            tmp = ckpt_dir / "last.tmp.keras"
-            self.model.save(tmp)
-            os.replace(tmp, ckpt_dir / "last.keras")
+            with replacing(ckpt_dir / "last.keras") as tmp:  # Keras wants the .keras suffix: replacing keeps it
+                self.model.save(tmp)
             if logs["val_accuracy"] > self.best:
                 self.best = logs["val_accuracy"]
                 self.wait = 0
-                atomic_copy(ckpt_dir / "last.keras", ckpt_dir / "best.keras")
+                with replacing(ckpt_dir / "best.keras") as tmp:
+                    shutil.copyfile(ckpt_dir / "last.keras", tmp)
             else:
                 self.wait += 1
                 if self.wait >= cfg.patience:
                     progress(f"early stop: validation accuracy has not improved for {cfg.patience} epochs")
                     self.model.stop_training = True
-            atomic_write_text(state_path, json.dumps({"epoch": epoch + 1, "history": history, "config": asdict(cfg)}))
+            write_atomic(state_path, json.dumps({"epoch": epoch + 1, "history": history, "config": asdict(cfg)}))
 
     if initial_epoch < cfg.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
@@ -305,9 +289,8 @@ def train(cfg: TrainConfig, progress=print) -> dict:
 
     name = cfg.arch
     keras_path = out / f"{name}.keras"
-    tmp = out / f"{name}.tmp.keras"
-    best.save(tmp)
-    os.replace(tmp, keras_path)  # a failed run never reaches this line, so a previous good model survives
+    with replacing(keras_path) as tmp:  # a failed run never gets here, so a previous good model survives
+        best.save(tmp)
     card = {
         "name": name,
         "architecture": cfg.arch,
@@ -335,8 +318,8 @@ def train(cfg: TrainConfig, progress=print) -> dict:
         card["design"] = ("VGG-style Conv+BN+ReLU with max pooling: ops that fold (BN) and quantize cleanly and run in "
                           "XNNPACK; Flatten after pooling keeps spatial detail for look-alike classes; width chosen "
                           "to stay near 15 MMACs and under 1M parameters.")
-    atomic_write_text(out / f"{name}.history.json", json.dumps(history, indent=1))
-    atomic_write_text(out / f"{name}.card.json", json.dumps(card, indent=1))
+    write_atomic(out / f"{name}.history.json", json.dumps(history, indent=1))
+    write_atomic(out / f"{name}.card.json", json.dumps(card, indent=1))
     plot_curves(history, out / f"{name}.curves.png", f"{name} on {cfg.protocol}")
     return card
 
