@@ -79,14 +79,17 @@ def cmd_latency(args) -> int:
     runtimes = runtime_pythons(args)
     if not runtimes:
         raise EdgeError("no TFLite runtime found: install the edge extra, or pass --tflite-python / --litert-python")
-    keras = not args.no_keras
-    if keras:
-        import importlib.util
-
-        keras = importlib.util.find_spec("keras") is not None
-    report = latency.run(Path(args.models), args.arch, runtimes, args.threads, args.batch, args.min_runs,
-                         args.min_seconds, keras, args.cold_repeats, Path(args.image), log)
     out = Path(args.out)
+    if args.render_only:  # re-render Markdown, plot and README from the last run's JSON, measuring nothing
+        report = json.loads((out / "latency.json").read_text())
+    else:
+        keras = not args.no_keras
+        if keras:
+            import importlib.util
+
+            keras = importlib.util.find_spec("keras") is not None
+        report = latency.run(Path(args.models), args.arch, runtimes, args.threads, args.batch, args.min_runs,
+                             args.min_seconds, keras, args.cold_repeats, Path(args.image), log)
     acc_path = out / "accuracy.json"
     acc = json.loads(acc_path.read_text()) if acc_path.is_file() else None
     md = header("emnist-bench latency") + latency.markdown(report, acc)
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--litert-python", help="python of a venv with ai-edge-litert")
     sl.add_argument("--no-keras", action="store_true", help="skip the Keras paths (edge-only machines)")
     sl.add_argument("--image", default=str(REPO / "examples/digit-7.png"), help="image for the cold-start run")
+    sl.add_argument("--render-only", action="store_true", help="rewrite the reports from OUT/latency.json")
     sl.set_defaults(func=cmd_latency)
     sp = sub.add_parser("preprocess", parents=[common], formatter_class=fmt, help="effect and cost of each step")
     sp.add_argument("--manifest", help="labelled real images (path,label CSV), e.g. realworld-dev/manifest.csv")

@@ -212,8 +212,8 @@ def markdown(report: dict, accuracy: dict | None = None) -> str:
     for b in report["settings"]["batches"]:
         lines.append(f"**Batch {b}** (median of timed runs; speed-ups measured in this run)")
         lines.append("")
-        lines.append("| model | format | runtime | threads | size KiB | top-1 | ms/image p50 | p90 ms | p99 ms | "
-                     "images/s | x Keras predict() | x Keras model(x) | % of peak |")
+        lines.append("| model | format | runtime | threads | size KiB | top-1 | ms/image (p50) | p90 ms/call | "
+                     "p99 ms/call | images/s | x Keras predict() | x Keras model(x) | % of peak |")
         lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in report["results"]:
             if r["batch"] != b:
