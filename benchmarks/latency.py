@@ -197,7 +197,7 @@ def run(models_dir: Path, archs: list[str], runtimes: dict[str, str], threads: l
             "cards": {a: {k: c.get(k) for k in ("params", "macs_per_image", "test_accuracy")} for a, c in cards.items()}}
 
 
-def markdown(report: dict, accuracy: dict | None = None) -> str:
+def markdown(report: dict, accuracy: dict | None = None, threads: int | None = None) -> str:
     """Ultralytics-style table: format, size, accuracy, ms per image, images/s, ratios to Keras."""
     acc = {}
     for arch, rows in (accuracy or {}).get("models", {}).items():
@@ -216,7 +216,7 @@ def markdown(report: dict, accuracy: dict | None = None) -> str:
                      "p99 ms/call | images/s | x Keras predict() | x Keras model(x) | % of peak |")
         lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in report["results"]:
-            if r["batch"] != b:
+            if r["batch"] != b or (threads is not None and r["threads"] != threads):
                 continue
             if "error" in r:
                 lines.append(f"| {r['arch']} | {r['format']} | {r['runtime']} | {r['threads']} | | | error: {r['error']} "
