@@ -289,7 +289,7 @@ def prepare(src, steps: Steps | None = None) -> Glyph:
         raise NoCharacter("no character found (blank image)")
     kept = keep_glyph(comps) if steps.drop_specks else comps
     mask = paint(kept, mask.shape)
-    return glyph_from_mask(mask, full)
+    return glyph_from_mask(mask, full, steps)
 
 
 def glyph_from_mask(mask: np.ndarray, full_size: tuple[int, int], steps: Steps | None = None) -> Glyph:
