@@ -274,6 +274,15 @@ def notebook_recipe(grey: np.ndarray) -> np.ndarray:
     return 255 - np.asarray(img)
 
 
+def ink_components(grey: np.ndarray, steps: Steps) -> tuple[list[dict], tuple[int, int]]:
+    """Working-size grey image -> its ink components (largest first) and the mask shape; NoCharacter if blank."""
+    mask = ink_mask(ink_image(grey, steps))
+    comps = components(mask)
+    if not comps:
+        raise NoCharacter("no character found (blank image)")
+    return comps, mask.shape
+
+
 def prepare(src, steps: Steps | None = None) -> Glyph:
     """One image holding one character -> Glyph (28x28 model input). Raises ImageError / NoCharacter."""
     steps = steps or Steps()
@@ -282,18 +291,12 @@ def prepare(src, steps: Steps | None = None) -> Glyph:
     grey = to_grey(img, steps)
     if not steps.emnist_fit:
         return Glyph(notebook_recipe(grey), (0, 0) + full)
-    ink = ink_image(grey, steps)
-    mask = ink_mask(ink)
-    comps = components(mask)
-    if not comps:
-        raise NoCharacter("no character found (blank image)")
+    comps, shape = ink_components(grey, steps)
     kept = keep_glyph(comps) if steps.drop_specks else comps
-    mask = paint(kept, mask.shape)
-    return glyph_from_mask(mask, full, steps)
+    return glyph_from_mask(paint(kept, shape), full, steps)
 
 
-def glyph_from_mask(mask: np.ndarray, full_size: tuple[int, int], steps: Steps | None = None) -> Glyph:
-    steps = steps or Steps()
+def glyph_from_mask(mask: np.ndarray, full_size: tuple[int, int], steps: Steps) -> Glyph:
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     fx, fy = full_size[0] / mask.shape[1], full_size[1] / mask.shape[0]
@@ -309,11 +312,7 @@ def segment_line(src, steps: Steps | None = None, space_factor: float = 0.6) -> 
     steps = steps or Steps()
     img = src if isinstance(src, Image.Image) else open_image(src)
     full = img.size
-    grey = to_grey(img, steps)
-    mask = ink_mask(ink_image(grey, steps))
-    comps = components(mask)
-    if not comps:
-        raise NoCharacter("no character found (blank image)")
+    comps, shape = ink_components(to_grey(img, steps), steps)
     big = comps[0]["area"]
     comps = [c for c in comps if c["area"] >= max(4, 0.02 * big)] if steps.drop_specks else comps
     comps.sort(key=lambda c: c["box"][0])
@@ -336,6 +335,6 @@ def segment_line(src, steps: Steps | None = None, space_factor: float = 0.6) -> 
         x0 = min(c["box"][0] for c in g)
         if prev_x1 is not None and x0 - prev_x1 > space_factor * line_h:
             out.append(None)
-        out.append(glyph_from_mask(paint(g, mask.shape), full, steps))
+        out.append(glyph_from_mask(paint(g, shape), full, steps))
         prev_x1 = max(c["box"][2] for c in g)
     return out
